@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Shared helpers for the setup, test and benchmark scripts: bring up the real
+# components (tracefs, dockerd, a local image) idempotently.
+set -euo pipefail
+
+CSE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CSE_CACHE="${CSE_CACHE:-/root/.cache/container-startup-exporter}"
+# Debian's docker.io client, not whatever newer client sits earlier on PATH.
+DOCKER="${DOCKER:-/usr/bin/docker}"
+TEST_IMAGE="${TEST_IMAGE:-cse-test/busybox:latest}"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+ensure_tracefs() {
+  if [ ! -e /sys/kernel/tracing/events ]; then
+    mount -t tracefs nodev /sys/kernel/tracing
+    log "mounted tracefs at /sys/kernel/tracing"
+  fi
+}
+
+ensure_dockerd() {
+  if "$DOCKER" info >/dev/null 2>&1; then return 0; fi
+  log "starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/cse-dockerd.log 2>&1 &
+  for _ in $(seq 1 100); do
+    if "$DOCKER" info >/dev/null 2>&1; then log "dockerd is up"; return 0; fi
+    sleep 0.2
+  done
+  echo "dockerd did not come up in 20 s; see /var/log/cse-dockerd.log" >&2
+  tail -20 /var/log/cse-dockerd.log >&2 || true
+  return 1
+}
+
+# A tiny image from Debian's busybox-static: no registry is reachable here.
+ensure_test_image() {
+  if "$DOCKER" image inspect "$TEST_IMAGE" >/dev/null 2>&1; then return 0; fi
+  local root
+  root="$(mktemp -d)"
+  mkdir -p "$root/bin" "$root/etc" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in sh true false echo sleep cat ls; do ln -s busybox "$root/bin/$applet"; done
+  printf 'root:x:0:0:root:/:/bin/sh\n' >"$root/etc/passwd"
+  tar -C "$root" -c . | "$DOCKER" import -c 'ENV PATH=/bin' - "$TEST_IMAGE" >/dev/null
+  rm -rf "$root"
+  log "imported $TEST_IMAGE"
+}
