@@ -9,7 +9,24 @@ CSE_CACHE="${CSE_CACHE:-/root/.cache/container-startup-exporter}"
 DOCKER="${DOCKER:-/usr/bin/docker}"
 TEST_IMAGE="${TEST_IMAGE:-cse-test/busybox:latest}"
 
+# Debian packages the build, the tests and the benchmarks use.
+PACKAGES=(clang-16 llvm-16 libbpf-dev bpftool linux-libc-dev docker.io prometheus busybox-static
+  iproute2 util-linux procps curl jq python3-venv hyperfine)
+
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+    # docker.io's postinst would start dockerd through systemd; we start it ourselves
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
 
 ensure_tracefs() {
   if [ ! -e /sys/kernel/tracing/events ]; then

@@ -13,6 +13,7 @@ use prometheus::{
 use crate::aggregator::Table;
 use crate::config::Config;
 use crate::event::TYPE_NAMES;
+use crate::phase::Phase;
 use crate::record::{Outcome, StartupRecord};
 
 pub const STARTUP_DURATION: &str = "container_startup_duration_seconds";
@@ -149,6 +150,16 @@ impl Metrics {
                 startups.with_label_values(&[r.as_str(), o.as_str()]);
             }
         }
+        // Histograms too, for the configured runtimes: otherwise the first
+        // start after a restart is invisible to rate() over the buckets.
+        for r in &cfg.tracking.oci_runtimes {
+            for o in Outcome::ALL {
+                startup.with_label_values(&[r.as_str(), o.as_str()]);
+            }
+            for p in Phase::ALL {
+                phase.with_label_values(&[p.as_str(), r.as_str()]);
+            }
+        }
         for t in TYPE_NAMES {
             events.with_label_values(&[t]);
         }
@@ -208,7 +219,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phase::Phase;
     use crate::record::PhaseTotal;
 
     fn record(runtime: &str) -> StartupRecord {

@@ -39,13 +39,20 @@ fn missing_caps(eff: u64) -> Vec<&'static str> {
     m
 }
 
+/// A readable file that starts with the BTF magic (0xeB9F, little endian).
+fn is_btf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 2];
+    fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == [0x9f, 0xeb]
+}
+
 pub fn check() -> Result<(), PreflightError> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let missing = missing_caps(effective_caps(&status).unwrap_or(0));
     if !missing.is_empty() {
         return Err(PreflightError::Capabilities(missing.join(", ")));
     }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+    if !is_btf(Path::new("/sys/kernel/btf/vmlinux")) {
         return Err(PreflightError::NoBtf);
     }
     let tracefs = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"];
@@ -58,6 +65,18 @@ pub fn check() -> Result<(), PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn btf_magic() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good");
+        fs::write(&good, [0x9f, 0xeb, 1, 0]).unwrap();
+        let bad = d.path().join("bad");
+        fs::write(&bad, b"").unwrap();
+        assert!(is_btf(&good));
+        assert!(!is_btf(&bad));
+        assert!(!is_btf(&d.path().join("missing")));
+    }
 
     #[test]
     fn capability_sets() {
