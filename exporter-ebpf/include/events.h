@@ -27,7 +27,7 @@ enum cse_event_kind {
 /* Indexes of the per-CPU `counters` array beyond the per-kind drop counts. */
 enum cse_counter {
 	/* 0 .. CSE_EV_KIND_MAX-1: ring buffer reserve failures, by event kind */
-	CSE_CNT_TRACKED_FULL = 16,
+	CSE_CNT_TRACKED_FULL = 16, /* a tgid beyond the bitmap (pid_max grew) */
 	CSE_CNT_MAX = 24,
 };
 
@@ -36,8 +36,6 @@ enum cse_counter {
 #define CSE_EXEC_ARGS_TRUNCATED 2u
 #define CSE_EXEC_ENTER_SEEN 4u  /* start_ts holds the execve enter time */
 
-/* Values of the tracked map (per tgid) */
-#define CSE_TRACK_PIVOTED 1u
 
 struct cse_header {
 	__u64 ts;       /* bpf_ktime_get_boot_ns() at the event (end for spans) */

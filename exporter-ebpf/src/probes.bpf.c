@@ -3,10 +3,12 @@
  * Kernel side of container-startup-exporter.
  *
  * Only processes of the container runtimes (a configured list of comm names)
- * and their descendants are followed: the `tracked` map holds their tgids,
- * inherited at fork and cleared at exit. Every program first looks the current
- * tgid up there and returns at once for anything else, so untracked processes
- * never touch the ring buffer.
+ * and their descendants are followed: the `tracked` bitmap holds their tgids,
+ * inherited at fork and cleared at exit. Every program first tests the current
+ * tgid's bit and returns at once for anything else, so untracked processes
+ * never touch the ring buffer. A bitmap indexed by tgid (pid_max bits, sized
+ * by userspace) is an inlined array access: far cheaper on the fork/exec/exit
+ * hot paths than a hash lookup, and it cannot fill up.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -19,6 +21,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by userspace before load (aya override_global). */
 volatile const __u32 cfg_wakeup_bytes = 65536;
 volatile const __u32 cfg_capture_args = 0;
+/* Bit c set: some runtime name starts with byte c. Rejects most execs before
+ * the hash lookup of the full name. */
+volatile const __u64 cfg_comm_first[4] = {};
 
 _Static_assert(sizeof(struct cse_header) == 48, "cse_header layout");
 _Static_assert(sizeof(struct cse_ns_inums) == 32, "cse_ns_inums layout");
@@ -39,13 +44,21 @@ struct {
 	__uint(max_entries, 4 * 1024 * 1024);
 } events SEC(".maps");
 
-/* tgid -> CSE_TRACK_* flags */
+/* One bit per tgid: followed. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536); /* 4M pids; userspace sets pid_max / 64 */
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 } tracked SEC(".maps");
+
+/* One bit per tgid: did pivot_root, so its next exec is the entrypoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} pivoted SEC(".maps");
 
 /* comm (zero padded) -> 1 for the runtime processes to follow */
 struct {
@@ -170,9 +183,34 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
+static __always_inline bool bit_test(void *map, __u32 tgid)
+{
+	__u32 idx = tgid >> 6;
+	__u64 *w = bpf_map_lookup_elem(map, &idx);
+	return w && ((*w >> (tgid & 63)) & 1);
+}
+
+static __always_inline void bit_set(void *map, __u32 tgid)
+{
+	__u32 idx = tgid >> 6;
+	__u64 *w = bpf_map_lookup_elem(map, &idx);
+	if (w)
+		__sync_fetch_and_or(w, 1ULL << (tgid & 63));
+	else
+		count(CSE_CNT_TRACKED_FULL);
+}
+
+static __always_inline void bit_clear(void *map, __u32 tgid)
+{
+	__u32 idx = tgid >> 6;
+	__u64 *w = bpf_map_lookup_elem(map, &idx);
+	if (w)
+		__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
+}
+
 static __always_inline bool is_tracked(__u32 tgid)
 {
-	return bpf_map_lookup_elem(&tracked, &tgid) != 0;
+	return bit_test(&tracked, tgid);
 }
 
 static __always_inline __u32 current_tgid(void)
@@ -259,6 +297,9 @@ static __always_inline void commit(struct inflight *inf)
 /* The inflight entry of this thread if it is of `kind`; removed from the map. */
 static __always_inline struct inflight *finish(__u32 kind)
 {
+	/* the bitmap first: untracked threads never reach the hash lookup */
+	if (!is_tracked(current_tgid()))
+		return 0;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct inflight *inf = bpf_map_lookup_elem(&inflight, &tid);
 	if (!inf)
@@ -277,6 +318,9 @@ static __always_inline struct inflight *finish(__u32 kind)
 
 static __always_inline bool comm_is_runtime(const char *comm)
 {
+	__u8 c = comm[0];
+	if (!((cfg_comm_first[(c >> 6) & 3] >> (c & 63)) & 1))
+		return false;
 	return bpf_map_lookup_elem(&runtime_comms, comm) != 0;
 }
 
@@ -296,9 +340,8 @@ int BPF_PROG(handle_fork, struct task_struct *parent, struct task_struct *child)
 	if (!is_tracked(ptgid))
 		return 0;
 	__u32 ctgid = child->tgid;
-	__u32 flags = 0;
-	if (bpf_map_update_elem(&tracked, &ctgid, &flags, BPF_ANY) != 0)
-		count(CSE_CNT_TRACKED_FULL);
+	bit_set(&tracked, ctgid);
+	bit_clear(&pivoted, ctgid);
 
 	struct cse_fork *e = reserve(sizeof(*e), CSE_EV_FORK);
 	if (!e)
@@ -320,7 +363,8 @@ int BPF_PROG(handle_exit, struct task_struct *p)
 	__u32 tgid = p->tgid;
 	if (!is_tracked(tgid))
 		return 0;
-	bpf_map_delete_elem(&tracked, &tgid);
+	bit_clear(&tracked, tgid);
+	bit_clear(&pivoted, tgid);
 
 	struct cse_exit *e = reserve(sizeof(*e), CSE_EV_EXIT);
 	if (!e)
@@ -394,17 +438,16 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = p->tgid;
-	__u32 *track = bpf_map_lookup_elem(&tracked, &tgid);
-	char comm[CSE_COMM_LEN];
-	bpf_get_current_comm(comm, sizeof(comm));
-	if (!track) {
+	bool pivot = false;
+	if (is_tracked(tgid)) {
+		pivot = bit_test(&pivoted, tgid);
+	} else {
+		char comm[CSE_COMM_LEN];
+		bpf_get_current_comm(comm, sizeof(comm));
 		if (!comm_is_runtime(comm))
 			return 0;
-		__u32 flags = 0;
-		if (bpf_map_update_elem(&tracked, &tgid, &flags, BPF_ANY) != 0)
-			count(CSE_CNT_TRACKED_FULL);
+		bit_set(&tracked, tgid);
 	}
-	__u32 pivoted = track ? (*track & CSE_TRACK_PIVOTED) : 0;
 
 	/* the execve enter was recorded under the exec'ing thread's old tid */
 	__u32 old_tid = old_pid;
@@ -422,7 +465,7 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binpr
 		return 0;
 	fill_header(&e->h, CSE_EV_EXEC, enter_ts);
 	__builtin_memcpy(e->old_comm, old_comm, sizeof(e->old_comm));
-	bool entrypoint = pivoted || comm_is_container_init(old_comm);
+	bool entrypoint = pivot || comm_is_container_init(old_comm);
 	e->flags = (enter_ts ? CSE_EXEC_ENTER_SEEN : 0) | (entrypoint ? CSE_EXEC_ENTRYPOINT : 0);
 	e->_pad = 0;
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
@@ -444,8 +487,10 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binpr
 	submit(e, entrypoint);
 
 	/* The workload itself is not followed: its children are not runtimes. */
-	if (entrypoint)
-		bpf_map_delete_elem(&tracked, &tgid);
+	if (entrypoint) {
+		bit_clear(&tracked, tgid);
+		bit_clear(&pivoted, tgid);
+	}
 	return 0;
 }
 
@@ -599,12 +644,9 @@ int exit_pivot_root(struct sys_exit_ctx *ctx)
 	struct inflight *inf = finish(IF_PIVOT_ROOT);
 	if (!inf)
 		return 0;
-	__u32 tgid = current_tgid();
-	if (ctx->ret == 0) {
-		/* the next exec of this process is the container's entrypoint */
-		__u32 flags = CSE_TRACK_PIVOTED;
-		bpf_map_update_elem(&tracked, &tgid, &flags, BPF_ANY);
-	}
+	/* the next exec of this process is the container's entrypoint */
+	if (ctx->ret == 0)
+		bit_set(&pivoted, current_tgid());
 	struct cse_pivot_root *e = reserve(sizeof(*e), CSE_EV_PIVOT_ROOT);
 	if (!e)
 		return 0;

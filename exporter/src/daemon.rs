@@ -119,7 +119,7 @@ impl CounterPoll {
                 }
                 if c.tracked_full > self.last.tracked_full {
                     tracing::warn!(
-                        "tracked-process map full: raise aggregator.max_processes ({} insertions failed)",
+                        "{} processes beyond the tracking bitmap (pid_max grew after start): restart the exporter",
                         c.tracked_full - self.last.tracked_full
                     );
                 }

@@ -7,7 +7,7 @@
 
 use std::os::fd::OwnedFd;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -258,13 +258,20 @@ impl Probes {
         let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
         let wakeup = cfg.ring_buffer.wakeup_bytes;
         let capture = u32::from(cfg.capture.entrypoint_args);
-        let max_tracked = u32::try_from(cfg.aggregator.max_processes).unwrap_or(u32::MAX);
+        // one bit per possible tgid
+        let words = pid_max().div_ceil(64);
+        let mut first = [0u64; 4];
+        for c in cfg.kernel_comms() {
+            first[usize::from(c[0] >> 6)] |= 1u64 << (c[0] & 63);
+        }
         let ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("cfg_wakeup_bytes", &wakeup, true)
             .override_global("cfg_capture_args", &capture, true)
+            .override_global("cfg_comm_first", &first, true)
             .map_max_entries("events", cfg.ring_buffer.size_bytes)
-            .map_max_entries("tracked", max_tracked)
+            .map_max_entries("tracked", words)
+            .map_max_entries("pivoted", words)
             .load(cse_ebpf::object())
             .map_err(ProbeError::Load)?;
         let stats = if cfg.metrics.bpf_program_stats {
@@ -331,10 +338,15 @@ impl Probes {
     /// Follows these already-running processes (the runtimes started before us).
     pub fn track(&mut self, pids: &[u32]) -> Result<usize, ProbeError> {
         let map = self.ebpf.map_mut("tracked").ok_or(ProbeError::Missing { kind: "map", name: "tracked" })?;
-        let mut tracked: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map).map_err(map_err("tracked"))?;
+        let mut tracked: Array<_, u64> = Array::try_from(map).map_err(map_err("tracked"))?;
         let mut n = 0;
         for &pid in pids {
-            if tracked.insert(pid, 0, 0).is_ok() {
+            let idx = pid / 64;
+            // a race with the kernel setting another bit of this word only
+            // loses that bit if the kernel wrote between our get and set,
+            // which this one-off startup scan accepts
+            let Ok(word) = tracked.get(&idx, 0) else { continue };
+            if tracked.set(idx, word | (1u64 << (pid % 64)), 0).is_ok() {
                 n += 1;
             }
         }
@@ -378,6 +390,11 @@ impl Probes {
         }
         out
     }
+}
+
+/// Highest pid + 1 the kernel hands out.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(4_194_304)
 }
 
 /// The verifier's log is long; its last lines say what failed.

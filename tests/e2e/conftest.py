@@ -178,6 +178,8 @@ def prometheus(exporter):
     )
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: http_get(url + "/-/ready")[0] == 200, 30, "prometheus ready")
+    # rate() needs samples from before the starts the tests make
+    wait_for(lambda: prom_query(url, 'count_over_time(up{job="cse"}[1m]) >= 2'), 30, "two scrapes of the exporter")
     yield url
     proc.terminate()
     proc.wait(10)
