@@ -299,3 +299,49 @@ def test_sigterm_exits_cleanly_and_detaches(host):
     assert e.proc.wait(10) == 0
     assert bpf_programs() == before
     e.stop()
+
+
+def test_ring_buffer_overflow_is_counted_and_survived(host):
+    """A 64 KiB ring buffer drained once a second cannot hold six parallel starts:
+    the kernel's reserve failures must show up, and the exporter keeps going."""
+    e = Exporter(
+        free_port(),
+        "ring_buffer:\n  size_bytes: 65536\n  wakeup_bytes: 65535\n  drain_interval: 1s\n",
+    ).start()
+    try:
+        before = e.metrics()
+        burst = [
+            subprocess.Popen([DOCKER, "run", "--rm", "--network", "none", IMAGE, "true"], stdout=subprocess.DEVNULL)
+            for _ in range(6)
+        ]
+        assert [p.wait(60) for p in burst] == [0] * 6
+        time.sleep(2.5)  # the kernel counters are polled every second
+        after = e.metrics()
+        lost = metric(after, "container_startup_exporter_events_dropped_total", reason="ringbuf_full") - metric(
+            before, "container_startup_exporter_events_dropped_total", reason="ringbuf_full"
+        )
+        assert lost > 0
+        assert e.ready()
+        assert "ring buffer full" in e.log.read_text()
+    finally:
+        e.stop()
+
+
+def test_unfinished_start_is_reported_as_timeout(host):
+    """With a 100 ms TTL a docker run (~200 ms here) cannot finish in time."""
+    e = Exporter(free_port(), "aggregator:\n  record_timeout: 100ms\n").start()
+    try:
+        before = e.metrics()
+        docker_run("--network", "none", IMAGE, "true")
+        wait_for(
+            lambda: metric(e.metrics(), STARTS, outcome="timeout") - metric(before, STARTS, outcome="timeout") == 1,
+            10,
+            "one timeout",
+        )
+        time.sleep(0.5)
+        after = e.metrics()
+        assert metric(after, STARTS, outcome="success") == metric(before, STARTS, outcome="success")
+        rec = e.startups()[-1]
+        assert rec["outcome"] == "timeout" and rec["failure_reason"] == "the start did not complete in time"
+    finally:
+        e.stop()
