@@ -16,22 +16,16 @@ import json
 import re
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "container-startup-exporter"
-DOCKER = "/usr/bin/docker"
-IMAGE = "cse-test/busybox:latest"
+from benchlib import DOCKER, IMAGE, get, start_exporter, stop_exporter
+
 PORT = 19701
 
 
 def scrape():
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = get(PORT, "/metrics")
     runs, secs = {}, {}
     for m in re.finditer(r'^container_startup_exporter_bpf_program_(runs|run_seconds)_total\{program="(\w+)"\} (\S+)$', text, re.M):
         (runs if m.group(1) == "runs" else secs)[m.group(2)] = float(m.group(3))
@@ -47,19 +41,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
     a = ap.parse_args()
-    cfg = Path(tempfile.mkdtemp()) / "c.yaml"
-    cfg.write_text(f"http:\n  listen_address: 127.0.0.1:{PORT}\nmetrics:\n  bpf_program_stats: true\n")
-    p = subprocess.Popen([str(BIN), "--config", str(cfg)], stderr=subprocess.DEVNULL)
+    p = start_exporter(PORT, "metrics:\n  bpf_program_stats: true\n")
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            sys.exit("exporter not ready")
-
         def docker():
             for i in range(20):
                 net = ["--network", "none"] if i % 2 == 0 else []
@@ -90,8 +73,7 @@ def main():
             results[name] = rows
             prev = cur
     finally:
-        p.terminate()
-        p.wait(10)
+        stop_exporter(p)
     for name, rows in results.items():
         print(f"== {name}")
         for prog, r in sorted(rows.items(), key=lambda kv: -kv[1]["runs"]):

@@ -20,39 +20,12 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "container-startup-exporter"
-DOCKER = "/usr/bin/docker"
-IMAGE = "cse-test/busybox:latest"
+from benchlib import DOCKER, IMAGE, start_exporter, stop_exporter
+
 PORT = 19700
-
-
-def start_exporter(config):
-    cfg = Path(tempfile.mkdtemp()) / "c.yaml"
-    extra = Path(config).read_text() if config else ""
-    cfg.write_text(f"http:\n  listen_address: 127.0.0.1:{PORT}\n{extra}")
-    p = subprocess.Popen([str(BIN), "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return p
-        except OSError:
-            time.sleep(0.05)
-    p.kill()
-    sys.exit("exporter did not become ready")
-
-
-def stop_exporter(p):
-    p.terminate()
-    p.wait(10)
 
 
 def docker_run():
@@ -86,7 +59,7 @@ def main():
         order = [True, False] if i % 2 == 0 else [False, True]
         for attached in order:
             if attached:
-                p = start_exporter(a.config)
+                p = start_exporter(PORT, Path(a.config).read_text() if a.config else "")
                 with_.append(work())
                 stop_exporter(p)
             else:

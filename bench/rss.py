@@ -7,16 +7,11 @@ import argparse
 import json
 import re
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / "target" / "release" / "container-startup-exporter"
-DOCKER = "/usr/bin/docker"
-IMAGE = "cse-test/busybox:latest"
+from benchlib import DOCKER, IMAGE, get, start_exporter, stop_exporter
+
 PORT = 19702
 
 
@@ -34,27 +29,17 @@ def main():
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--out")
     a = ap.parse_args()
-    cfg = Path(tempfile.mkdtemp()) / "c.yaml"
-    cfg.write_text(f"http:\n  listen_address: 127.0.0.1:{PORT}\n")
-    p = subprocess.Popen([str(BIN), "--config", str(cfg)], stderr=subprocess.DEVNULL)
+    p = start_exporter(PORT)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            sys.exit("exporter not ready")
         at_start = status(p.pid)
         t0 = time.monotonic()
         for i in range(a.n):
             net = [] if i % 10 == 0 else ["--network", "none"]
             subprocess.run([DOCKER, "run", "--rm", *net, IMAGE, "true"], check=True, capture_output=True)
             if i % 100 == 99:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=5).read()
+                get(PORT, "/metrics")
         time.sleep(1)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=5).read().decode()
+        text = get(PORT, "/metrics")
         res = {
             "starts": a.n,
             "elapsed_s": round(time.monotonic() - t0, 1),
@@ -68,8 +53,7 @@ def main():
             "records_abandoned_total": metric_sum(text, "container_startup_exporter_records_abandoned_total"),
         }
     finally:
-        p.terminate()
-        p.wait(10)
+        stop_exporter(p)
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1) + "\n")

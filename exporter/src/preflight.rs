@@ -10,7 +10,7 @@ const CAP_BPF: u32 = 39;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreflightError {
-    #[error("missing capabilities {0}: run as root, or grant CAP_BPF and CAP_PERFMON (e.g. docker run --cap-add BPF --cap-add PERFMON)")]
+    #[error("missing capabilities {0}: run as root, or grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN where the engine cannot grant those)")]
     Capabilities(String),
     #[error("no kernel BTF at /sys/kernel/btf/vmlinux: the kernel needs CONFIG_DEBUG_INFO_BTF=y (or mount /sys/kernel/btf into the container)")]
     NoBtf,
@@ -26,17 +26,16 @@ fn effective_caps(status: &str) -> Option<u64> {
 
 fn missing_caps(eff: u64) -> Vec<&'static str> {
     let has = |c: u32| eff & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) && has(CAP_PERFMON) || has(CAP_BPF) && has(CAP_PERFMON) {
+    // CAP_SYS_ADMIN still stands in for both (engines that predate CAP_BPF,
+    // such as Docker 20.10, can only grant that one)
+    if has(CAP_SYS_ADMIN) || has(CAP_BPF) && has(CAP_PERFMON) {
         return Vec::new();
     }
-    let mut m = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        m.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) {
-        m.push("CAP_PERFMON");
-    }
-    m
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(c, _)| !has(*c))
+        .map(|(_, n)| n)
+        .collect()
 }
 
 /// A readable file that starts with the BTF magic (0xeB9F, little endian).
@@ -83,6 +82,7 @@ mod tests {
         assert_eq!(effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(0x1ffffffffff));
         assert!(missing_caps(0x1ffffffffff).is_empty());
         assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert!(missing_caps(1 << CAP_SYS_ADMIN).is_empty());
         assert_eq!(missing_caps(0), vec!["CAP_BPF", "CAP_PERFMON"]);
         assert_eq!(missing_caps(1 << CAP_BPF), vec!["CAP_PERFMON"]);
         assert_eq!(PreflightError::Capabilities("CAP_PERFMON".into()).to_string().lines().count(), 1);
