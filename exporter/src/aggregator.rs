@@ -758,6 +758,16 @@ impl Aggregator {
         out.push(Output::Completed(Box::new(rec)));
     }
 
+    /// Gives up on every start in progress (the exporter is stopping).
+    pub fn abandon_all(&mut self, out: &mut Vec<Output>) {
+        let seqs: Vec<u64> = self.records.keys().copied().collect();
+        for seq in seqs {
+            if let Some(r) = self.remove(seq) {
+                out.push(Output::Abandoned { container_id: r.id, reason: "shutdown" });
+            }
+        }
+    }
+
     /// Expires what waited too long; call periodically with the current time.
     pub fn tick(&mut self, now: u64, out: &mut Vec<Output>) {
         let ttl = self.s.record_timeout_ns;

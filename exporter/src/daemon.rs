@@ -183,10 +183,7 @@ pub async fn run<S: Sink>(
         }
     }
     p.drain(fd.get_mut());
-    let left = p.agg.in_progress();
-    if left > 0 {
-        shared.metrics.abandoned.with_label_values(&["shutdown"]).inc_by(left as u64);
-        tracing::info!(left, "shutting down with starts in progress");
-    }
+    p.agg.abandon_all(&mut p.out);
+    p.flush();
     Ok(())
 }

@@ -31,11 +31,7 @@ fn missing_caps(eff: u64) -> Vec<&'static str> {
     if has(CAP_SYS_ADMIN) || has(CAP_BPF) && has(CAP_PERFMON) {
         return Vec::new();
     }
-    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
-        .into_iter()
-        .filter(|(c, _)| !has(*c))
-        .map(|(_, n)| n)
-        .collect()
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")].into_iter().filter(|(c, _)| !has(*c)).map(|(_, n)| n).collect()
 }
 
 /// A readable file that starts with the BTF magic (0xeB9F, little endian).

@@ -194,6 +194,16 @@ fn unfinished_start_times_out() {
 }
 
 #[test]
+fn shutdown_abandons_what_is_in_progress() {
+    let mut agg = Aggregator::new(Settings::default());
+    let mut out = Vec::new();
+    agg.handle(&shim_start(1, 10, &"c".repeat(64)), &mut out);
+    agg.abandon_all(&mut out);
+    assert_eq!(out, [Output::Abandoned { container_id: "c".repeat(64), reason: "shutdown" }]);
+    assert_eq!((agg.in_progress(), agg.tracked_processes()), (0, 0));
+}
+
+#[test]
 fn in_progress_table_is_bounded() {
     let s = Settings { max_in_progress: 16, ..Settings::default() };
     let mut agg = Aggregator::new(s);
