@@ -7,7 +7,8 @@
   exec-storm  2000 × fork+exec of /bin/true from an untracked shell, per run.
 
 The exporter is started (and waited for until /readyz) before each "with" run
-and stopped after it, so "without" really runs with no probe attached.
+and stopped after it, so "without" really runs with no probe attached; each
+run waits SETTLE_S after that, on both sides.
 Reports medians, p90 and the median of the per-pair ratios; writes JSON.
 
 Usage: bench/overhead.py docker-run|exec-storm [-n PAIRS] [--out FILE]
@@ -26,6 +27,7 @@ from pathlib import Path
 from benchlib import DOCKER, IMAGE, start_exporter, stop_exporter
 
 PORT = 19700
+SETTLE_S = 1.0
 
 
 def docker_run():
@@ -58,11 +60,15 @@ def main():
     for i in range(a.n):
         order = [True, False] if i % 2 == 0 else [False, True]
         for attached in order:
+            # the same settling time on both sides: loading the programs (or
+            # detaching them) must not overlap the measured run
             if attached:
                 p = start_exporter(PORT, Path(a.config).read_text() if a.config else "")
+                time.sleep(SETTLE_S)
                 with_.append(work())
                 stop_exporter(p)
             else:
+                time.sleep(SETTLE_S)
                 without.append(work())
     ratios = [w / wo for w, wo in zip(with_, without)]
     res = {
@@ -80,7 +86,7 @@ def main():
         "with_s": with_,
         "without_s": without,
     }
-    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if not k.endswith("out_s") and k != "with_s"}
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in res.items() if k not in ("with_s", "without_s")}
     print(json.dumps(summary, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
