@@ -38,6 +38,8 @@ pub const ATTR_PREFIX: &str = "container_startup.";
 pub const TRACE_ID_HASH_PREFIX: &str = "container-startup-exporter:";
 /// Most spans sent in one export request.
 const MAX_BATCH: usize = 512;
+/// How often the export thread takes what is queued.
+pub const EXPORT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long shutdown waits for queued spans to be exported.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -99,6 +101,9 @@ pub struct Settings {
     pub timeout: Duration,
     pub max_queue_size: usize,
     pub deterministic_trace_id: bool,
+    /// How often the export thread takes what is queued: EXPORT_INTERVAL
+    /// (not configurable; benchmarks shorten it).
+    pub export_interval: Duration,
 }
 
 impl Settings {
@@ -204,6 +209,7 @@ impl Settings {
             timeout,
             max_queue_size: cfg.max_queue_size,
             deterministic_trace_id: cfg.deterministic_trace_id,
+            export_interval: EXPORT_INTERVAL,
         }))
     }
 
@@ -563,12 +569,6 @@ fn phase_status(s: &Span) -> Status {
     }
 }
 
-enum Msg {
-    Spans(Vec<SpanData>),
-    /// Sent last by `shutdown`: everything queued before it is exported.
-    Shutdown,
-}
-
 /// The trace pipeline: builds the spans of each record on the caller's
 /// thread and queues them for the export thread.
 ///
@@ -576,15 +576,21 @@ enum Msg {
 /// the spans queued or being exported, a start is admitted only whole and
 /// only when it fits, so memory stays bounded however long the collector is
 /// away, and the caller never waits.
+///
+/// Queueing never wakes the export thread: it looks at the queue every
+/// `export_interval` instead. Waking a parked thread costs a futex call (on a
+/// VM also an inter-processor interrupt), measured at 10+ µs here: more than
+/// building the spans (bench/traces.md).
 pub struct Traces {
     factory: SpanFactory,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::UnboundedSender<Vec<SpanData>>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
     shared: Arc<Shared>,
     /// The previous start was dropped too (so only the first drop of a run
     /// is logged at warn).
     dropping: bool,
+    stop: oneshot::Sender<()>,
     done: oneshot::Receiver<()>,
 }
 
@@ -611,9 +617,17 @@ impl Traces {
     {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop, stop_rx) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let pending = Arc::new(AtomicUsize::new(0));
-        let worker = Worker { rx, pending: pending.clone(), shared: shared.clone(), timeout: settings.timeout };
+        let worker = Worker {
+            rx,
+            pending: pending.clone(),
+            shared: shared.clone(),
+            timeout: settings.timeout,
+            interval: settings.export_interval,
+            failing: false,
+        };
         std::thread::Builder::new()
             .name("otlp-export".into())
             .spawn(move || {
@@ -634,7 +648,7 @@ impl Traces {
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                rt.block_on(worker.run(exporter));
+                rt.block_on(worker.run(exporter, stop_rx));
                 let _ = done_tx.send(());
             })
             .map_err(TracesError::Thread)?;
@@ -648,12 +662,13 @@ impl Traces {
             max_pending: settings.max_queue_size,
             shared,
             dropping: false,
+            stop,
             done,
         })
     }
 
     /// Queues the trace of one start, or drops it whole (counted) when the
-    /// queue has no room for all its spans. Never blocks.
+    /// queue has no room for all its spans. Never blocks, makes no syscall.
     pub fn record(&mut self, r: &StartupRecord) {
         let n = r.spans.len() + 1;
         // Room is taken before the spans are built, so a start that will be
@@ -667,7 +682,7 @@ impl Traces {
             return;
         }
         self.dropping = false;
-        if self.tx.send(Msg::Spans(self.factory.spans(r))).is_err() {
+        if self.tx.send(self.factory.spans(r)).is_err() {
             // Only after the export thread ended (it never stops first).
             self.pending.fetch_sub(n, Ordering::AcqRel);
             InternalEvent::SpansDropped {
@@ -688,7 +703,7 @@ impl Traces {
     /// Exports what is queued and stops the export thread, waiting at most
     /// `deadline`; what is still pending then is counted as failed.
     pub async fn shutdown(self, deadline: Duration) {
-        let _ = self.tx.send(Msg::Shutdown);
+        let _ = self.stop.send(());
         if tokio::time::timeout(deadline, self.done).await.is_ok() {
             tracing::debug!("trace export stopped");
             return;
@@ -700,64 +715,93 @@ impl Traces {
 
 /// The export thread's side.
 struct Worker {
-    rx: mpsc::UnboundedReceiver<Msg>,
+    rx: mpsc::UnboundedReceiver<Vec<SpanData>>,
     pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     timeout: Duration,
+    interval: Duration,
+    /// The last export failed (log the first failure and the recovery).
+    failing: bool,
 }
 
 impl Worker {
-    async fn run<E: SpanExporter>(mut self, exporter: E) {
-        let mut failing = false;
-        let mut stop = false;
-        while !stop {
-            let mut batch = match self.rx.recv().await {
-                Some(Msg::Spans(s)) => s,
-                Some(Msg::Shutdown) | None => break,
+    /// Every `interval`, and once more when told to stop, exports all that
+    /// is queued.
+    async fn run<E: SpanExporter>(mut self, exporter: E, mut stop: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(self.interval);
+        // After a slow export, wait a full interval rather than catch up.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A dropped sender (Traces dropped without shutdown) stops too.
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = &mut stop => true,
             };
-            // Whatever else is waiting goes into the same request: starts
-            // come in bursts, and one request per start would be wasteful.
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(Msg::Spans(s)) => batch.extend(s),
-                    Ok(Msg::Shutdown) => {
-                        stop = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let n = batch.len();
-            // The exporter has its own timeout; this one also bounds a
-            // connection that neither answers nor fails.
-            let result = match tokio::time::timeout(self.timeout, exporter.export(batch)).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-            };
-            self.pending.fetch_sub(n, Ordering::AcqRel);
-            let m = &self.shared.metrics;
-            match result {
-                Ok(()) => {
-                    if failing {
-                        InternalEvent::SpanExportResumed.emit(m);
-                    }
-                    failing = false;
-                    InternalEvent::SpansExported { spans: n }.emit(m);
-                }
-                Err(error) => {
-                    InternalEvent::SpansDropped {
-                        reason: SPAN_DROP_EXPORT_FAILED,
-                        spans: n,
-                        first: !failing,
-                        error: Some(&error),
-                    }
-                    .emit(m);
-                    failing = true;
-                }
+            let closed = self.export_queued(&exporter).await;
+            if stopping || closed {
+                break;
             }
         }
         if let Err(e) = exporter.shutdown() {
             tracing::debug!(error = %e, "OTLP exporter shutdown");
+        }
+    }
+
+    /// Exports what is queued now, in requests of up to MAX_BATCH spans
+    /// (starts come in bursts: one request per start would be wasteful).
+    /// True when every sender is gone.
+    async fn export_queued<E: SpanExporter>(&mut self, exporter: &E) -> bool {
+        loop {
+            let mut batch: Vec<SpanData> = Vec::new();
+            let mut closed = false;
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(spans) if batch.is_empty() => batch = spans,
+                    Ok(spans) => batch.extend(spans),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.export(exporter, batch).await;
+            }
+            if closed || self.rx.is_empty() {
+                return closed;
+            }
+        }
+    }
+
+    async fn export<E: SpanExporter>(&mut self, exporter: &E, batch: Vec<SpanData>) {
+        let n = batch.len();
+        // The exporter has its own timeout; this one also bounds a
+        // connection that neither answers nor fails.
+        let result = match tokio::time::timeout(self.timeout, exporter.export(batch)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+        let m = &self.shared.metrics;
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    InternalEvent::SpanExportResumed.emit(m);
+                }
+                self.failing = false;
+                InternalEvent::SpansExported { spans: n }.emit(m);
+            }
+            Err(error) => {
+                InternalEvent::SpansDropped {
+                    reason: SPAN_DROP_EXPORT_FAILED,
+                    spans: n,
+                    first: !self.failing,
+                    error: Some(&error),
+                }
+                .emit(m);
+                self.failing = true;
+            }
         }
     }
 }
