@@ -14,6 +14,8 @@
 #  4. Collector that accepts connections and never answers: spans are dropped
 #     with reason queue_full, and SIGTERM still ends the exporter within the
 #     flush deadline (5 s).
+#  5. The `trace --json` subcommand with tracing on: the records it prints and
+#     the traces in Jaeger have the same phases and numbers.
 #
 # Each phase has a fresh Jaeger. Other containers started on this machine
 # meanwhile are traced too: every check filters by the ids started here.
@@ -322,5 +324,33 @@ grep -h 'not exported before shutdown' "$work/exporter-hang.log" >&2 || true
 kill "$blackhole_pid" 2>/dev/null || true
 wait "$blackhole_pid" 2>/dev/null || true
 blackhole_pid=""
+
+# --- 5. the trace subcommand ---------------------------------------------------
+log "phase 5: trace --json exports the same starts it prints"
+start_jaeger trace
+printf 'otlp:\n  enabled: true\n  endpoint: "http://127.0.0.1:%s"\n' "$CSE_JAEGER_OTLP_GRPC_PORT" >"$work/trace.yaml"
+clear=()
+for v in $(env | sed -n 's/^\(OTEL_[A-Z_]*\)=.*/\1/p'); do clear+=(-u "$v"); done
+env "${clear[@]}" "$BINARY" --config "$work/trace.yaml" trace --json >"$work/trace.jsonl" 2>"$work/trace.log" &
+exporter_pid=$!
+for _ in $(seq 1 100); do
+  grep -q "tracing container starts" "$work/trace.log" && break
+  sleep 0.1
+done
+grep -q "tracing container starts" "$work/trace.log" || { show_log "$work/trace.log"; die "trace did not start"; }
+trace_expect=()
+for net in none bridge; do
+  read -r id rc < <(run_container "$net" true) || die "docker run failed"
+  trace_expect+=(--expect "$id=success")
+done
+if python3 "$CHECK" --jaeger "$JAEGER_QUERY" --records-file "$work/trace.jsonl" --deterministic \
+  "${trace_expect[@]}" >"$work/check-trace.out"; then
+  ok "phase 5: trace --json and Jaeger agree ($(tail -1 "$work/check-trace.out"))"
+else
+  cat "$work/check-trace.out" >&2
+  fail "phase 5: trace --json and Jaeger differ ($(tail -1 "$work/check-trace.out"))"
+fi
+if stop_exporter; then ok "phase 5: SIGTERM: trace exited 0 in $stop_ms ms"; else fail "phase 5: trace exit status non-zero"; fi
+stop_jaeger
 
 finish

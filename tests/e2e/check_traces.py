@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the traces that a real Jaeger received from the exporter against
-the exporter's own records (/api/v1/startups), for a given set of container
+the exporter's own records (/api/v1/startups, or the JSON lines that
+`trace --json` printed), for a given set of container
 ids: exactly one trace per id, a `container.start` root with the container's
 id, one `container.start.<phase>` child per span of the record, with the
 record's durations, linked to the root and inside its time range, and the
@@ -53,8 +54,18 @@ def tags(obj):
     return {t["key"]: t["value"] for t in obj.get("tags") or []}
 
 
-def records(exporter):
-    return get_json(f"{exporter}/api/v1/startups")
+def records(args):
+    if args.records_file:
+        # `trace --json`: one record per line; the last line may be partial
+        out = []
+        with open(args.records_file) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+    return get_json(f"{args.exporter}/api/v1/startups")
 
 
 def traces(jaeger, service):
@@ -92,7 +103,9 @@ def complete(expected, recs, all_traces):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--jaeger", required=True, help="query base URL, e.g. http://127.0.0.1:16686")
-    ap.add_argument("--exporter", required=True, help="exporter base URL")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--exporter", help="exporter base URL: records from /api/v1/startups")
+    src.add_argument("--records-file", help="records as JSON lines, from `trace --json`")
     ap.add_argument("--service", default="container-startup-exporter")
     ap.add_argument("--expect", action="append", default=[], metavar="ID=OUTCOME",
                     help="a container id and its outcome (success, failure)")
@@ -110,7 +123,7 @@ def main():
     recs, all_traces, last_error = [], [], None
     while True:
         try:
-            recs = records(args.exporter)
+            recs = records(args)
             all_traces = traces(args.jaeger, args.service)
             if complete(expected, recs, all_traces):
                 break
@@ -132,7 +145,7 @@ def main():
     for cid, outcome in expected.items():
         short = cid[:12]
         recs_for = by_id.get(cid, [])
-        if not check(len(recs_for) == 1, f"{short}: one record in /api/v1/startups (got {len(recs_for)})"):
+        if not check(len(recs_for) == 1, f"{short}: one record of the exporter (got {len(recs_for)})"):
             continue
         r = recs_for[0]
         check(r["outcome"] == outcome, f"{short}: record outcome {r['outcome']} (want {outcome})")
