@@ -4,6 +4,7 @@
 //! typo or a bad value stops the exporter before anything is attached, with the
 //! file, the key path and the reason.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub ring_buffer: RingBufferConfig,
     pub log: LogConfig,
+    pub otlp: OtlpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -126,6 +128,67 @@ impl LogLevel {
             LogLevel::Info => "info",
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// OTLP trace export (docs/traces.md). The `OTEL_*` environment variables
+/// override these settings (resolved in `traces::Settings::resolve`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Export one trace per container start.
+    pub enabled: bool,
+    /// Collector URL; none: the protocol's default (`http://localhost:4317`
+    /// for grpc, `http://localhost:4318/v1/traces` for http/protobuf).
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (gRPC metadata or HTTP headers).
+    pub headers: BTreeMap<String, String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// More resource attributes (`service.name` goes in `service_name`).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Longest one export may take before its spans count as failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Spans waiting for export at most; a start whose spans do not fit is
+    /// dropped whole and counted.
+    pub max_queue_size: usize,
+    /// Derive each trace id from the container id (docs/traces.md) instead of
+    /// drawing it at random.
+    pub deterministic_trace_id: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: false,
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            headers: BTreeMap::new(),
+            service_name: "container-startup-exporter".into(),
+            resource_attributes: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            max_queue_size: 2048,
+            deterministic_trace_id: true,
         }
     }
 }
@@ -232,6 +295,39 @@ impl Buckets {
     }
 }
 
+impl OtlpConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(e) = &self.endpoint {
+            crate::traces::check_endpoint(e).map_err(|r| ("otlp.endpoint", r))?;
+        }
+        if let Some(bad) = self.headers.keys().find(|k| !crate::traces::is_header_name(k)) {
+            return Err(("otlp.headers", format!("{bad:?} is not a valid header name")));
+        }
+        if let Some((k, _)) = self.headers.iter().find(|(_, v)| !crate::traces::is_header_value(v)) {
+            return Err(("otlp.headers", format!("the value of {k:?} has control characters")));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(("otlp.service_name", "must not be empty".into()));
+        }
+        if self.resource_attributes.contains_key("service.name") {
+            return Err(("otlp.resource_attributes", "set service.name with otlp.service_name".into()));
+        }
+        if let Some(bad) = self.resource_attributes.keys().find(|k| k.trim().is_empty()) {
+            return Err(("otlp.resource_attributes", format!("{bad:?} is not an attribute name")));
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(300) {
+            return Err(("otlp.timeout", format!("must be between 100ms and 5m, got {:?}", self.timeout)));
+        }
+        if !(16..=1_000_000).contains(&self.max_queue_size) {
+            return Err((
+                "otlp.max_queue_size",
+                format!("must be between 16 and 1000000, got {}", self.max_queue_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Four significant digits keep `le` labels readable.
 fn round_sig(x: f64) -> f64 {
     let mag = 10f64.powf(x.log10().floor() - 3.0);
@@ -335,6 +431,7 @@ impl Config {
                 format!("must be between 1ms and 1s, got {:?}", rb.drain_interval),
             ));
         }
+        self.otlp.check()?;
         Ok(())
     }
 
@@ -439,6 +536,29 @@ mod tests {
         assert_eq!(*b.last().unwrap(), 10.0);
         assert!(b.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(b.len(), 26);
+    }
+
+    #[test]
+    fn otlp_section() {
+        assert!(!Config::default().otlp.enabled);
+        let c = Config::from_yaml(
+            "otlp:\n  enabled: true\n  endpoint: http://127.0.0.1:14318/v1/traces\n  protocol: http/protobuf\n  headers: {x-token: abc}\n  timeout: 2s\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.otlp.enabled);
+        assert_eq!(c.otlp.protocol, OtlpProtocol::HttpProtobuf);
+        assert_eq!(c.otlp.headers["x-token"], "abc");
+        assert_eq!(c.otlp.timeout, Duration::from_secs(2));
+        assert_eq!(c.otlp.max_queue_size, 2048);
+        assert!(err("otlp:\n  protocol: http/json\n").starts_with("t.yaml: otlp.protocol: unknown variant `http/json`"));
+        assert!(err("otlp:\n  endpoint: ftp://x\n").contains("otlp.endpoint: "));
+        assert!(err("otlp:\n  endpoint: https://collector:4317\n").contains("TLS"));
+        assert!(err("otlp:\n  headers: {\"bad header\": x}\n").contains("otlp.headers: \"bad header\""));
+        assert!(err("otlp:\n  resource_attributes: {service.name: x}\n").contains("otlp.service_name"));
+        assert!(err("otlp:\n  max_queue_size: 1\n").contains("otlp.max_queue_size: must be between"));
+        assert!(err("otlp:\n  timeout: 1ms\n").contains("otlp.timeout: must be between"));
+        assert!(err("otlp:\n  enabeld: true\n").contains("otlp.enabeld: unknown field"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::aggregator::Table;
 use crate::event::DecodeError;
-use crate::metrics::{Metrics, DROP_RINGBUF_FULL, DROP_UNDECODABLE};
+use crate::metrics::{Metrics, DROP_RINGBUF_FULL, DROP_UNDECODABLE, SPAN_DROP_EXPORT_FAILED};
 use crate::probes::ProbeStatus;
 use crate::record::{Identity, StartupRecord};
 
@@ -37,6 +37,26 @@ pub enum InternalEvent<'a> {
     },
     IdentityMismatch {
         identity: &'a Identity,
+    },
+    /// Trace spans not exported: the queue was full (`queue_full`) or the
+    /// collector failed or did not answer (`export_failed`). `first` marks
+    /// the first drop after a success, the only one logged at warn: during an
+    /// outage every start would log otherwise.
+    SpansDropped {
+        reason: &'static str,
+        spans: usize,
+        first: bool,
+        error: Option<&'a str>,
+    },
+    /// An export succeeded after failures.
+    SpanExportResumed,
+    SpansExported {
+        spans: usize,
+    },
+    /// Spans still queued when shutdown gave up waiting for the collector.
+    SpansUnflushed {
+        spans: usize,
+        deadline: std::time::Duration,
     },
 }
 
@@ -85,6 +105,21 @@ impl InternalEvent<'_> {
             InternalEvent::IdentityMismatch { identity } => {
                 tracing::warn!(?identity, "container id sources disagree");
                 m.identity_mismatches.inc();
+            }
+            InternalEvent::SpansDropped { reason, spans, first, error } => {
+                let error = error.unwrap_or_default();
+                if *first {
+                    tracing::warn!(reason, spans, error, "trace spans dropped (more drops are logged at debug)");
+                } else {
+                    tracing::debug!(reason, spans, error, "trace spans dropped");
+                }
+                m.spans_dropped.with_label_values(&[reason]).inc_by(*spans as u64);
+            }
+            InternalEvent::SpanExportResumed => tracing::info!("trace export works again"),
+            InternalEvent::SpansExported { spans } => tracing::trace!(spans, "trace spans exported"),
+            InternalEvent::SpansUnflushed { spans, deadline } => {
+                tracing::warn!(spans, ?deadline, "trace spans not exported before shutdown");
+                m.spans_dropped.with_label_values(&[SPAN_DROP_EXPORT_FAILED]).inc_by(*spans as u64);
             }
         }
     }

@@ -15,3 +15,4 @@ pub mod probes;
 pub mod procscan;
 pub mod record;
 pub mod timeline;
+pub mod traces;

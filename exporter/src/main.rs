@@ -16,6 +16,7 @@ use cse::metrics::Metrics;
 use cse::preflight::{self, PreflightError};
 use cse::probes::Probes;
 use cse::record::StartupRecord;
+use cse::traces::{self, Traces, TracesError};
 use cse::{procscan, timeline};
 
 #[derive(Parser)]
@@ -87,7 +88,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             let env = e.downcast_ref::<PreflightError>().is_some() || e.downcast_ref::<std::io::Error>().is_some();
-            if e.downcast_ref::<ConfigError>().is_some() {
+            let bad_traces_config = e.downcast_ref::<TracesError>().is_some_and(TracesError::is_config);
+            if e.downcast_ref::<ConfigError>().is_some() || bad_traces_config {
                 ExitCode::from(EXIT_CONFIG)
             } else if env {
                 ExitCode::from(EXIT_ENVIRONMENT)
@@ -161,6 +163,39 @@ impl Sink for Printer {
     }
 }
 
+/// Another sink, plus the trace of every record when tracing is on: the
+/// traces come from the same records as what `inner` shows.
+struct WithTraces<'a, S> {
+    inner: S,
+    traces: Option<&'a mut Traces>,
+}
+impl<S: Sink> Sink for WithTraces<'_, S> {
+    fn event(&mut self, ev: &Event) {
+        self.inner.event(ev);
+    }
+    fn record(&mut self, r: &StartupRecord) {
+        self.inner.record(r);
+        if let Some(t) = self.traces.as_deref_mut() {
+            t.record(r);
+        }
+    }
+}
+
+/// The trace exporter, when the config or the OTEL_* variables turn it on.
+fn start_traces(cfg: &Config, shared: &Arc<Shared>) -> Result<Option<Traces>> {
+    let Some(settings) = traces::Settings::from_env(&cfg.otlp)? else {
+        return Ok(None);
+    };
+    Ok(Some(Traces::start(&settings, shared.clone())?))
+}
+
+/// Flushes pending spans, within traces::FLUSH_DEADLINE.
+async fn stop_traces(traces: Option<Traces>) {
+    if let Some(t) = traces {
+        t.shutdown(traces::FLUSH_DEADLINE).await;
+    }
+}
+
 struct Capture {
     out: std::io::BufWriter<std::fs::File>,
 }
@@ -190,6 +225,8 @@ async fn run(cmd: Option<Command>, cfg: Config) -> Result<()> {
                     format!("cannot listen on {addr}: {e}; set http.listen_address to a free address"),
                 )
             })?;
+            // Before the probes: a bad OTEL_* variable stops us before anything is attached.
+            let mut traces = start_traces(&cfg, &shared)?;
             let probes = start_probes(&cfg, &shared)?;
             tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1/startups");
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -200,14 +237,21 @@ async fn run(cmd: Option<Command>, cfg: Config) -> Result<()> {
                 }
             });
             let server = tokio::spawn(async move { server.await });
-            daemon::run(&cfg, probes, shared, Quiet, shutdown_signal()).await?;
+            let sink = WithTraces { inner: Quiet, traces: traces.as_mut() };
+            let result = daemon::run(&cfg, probes, shared, sink, shutdown_signal()).await;
             let _ = stop_tx.send(true);
+            stop_traces(traces).await;
+            result?;
             server.await.context("HTTP server task")?.context("HTTP server")?;
         }
         Some(Command::Trace { json }) => {
+            let mut traces = start_traces(&cfg, &shared)?;
             let probes = start_probes(&cfg, &shared)?;
             eprintln!("tracing container starts; Ctrl-C to stop");
-            daemon::run(&cfg, probes, shared, Printer { json }, shutdown_signal()).await?;
+            let sink = WithTraces { inner: Printer { json }, traces: traces.as_mut() };
+            let result = daemon::run(&cfg, probes, shared, sink, shutdown_signal()).await;
+            stop_traces(traces).await;
+            result?;
         }
         Some(Command::Capture { output }) => {
             let file = std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;

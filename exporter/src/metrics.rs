@@ -27,7 +27,9 @@ pub const DROP_UNDECODABLE: &str = "undecodable";
 /// Reasons of `records_abandoned_total`.
 pub const ABANDONED_REASONS: [&str; 2] = ["table_full", "shutdown"];
 /// Reasons of `spans_dropped_total`.
-pub const SPAN_DROP_REASONS: [&str; 2] = ["queue_full", "export_failed"];
+pub const SPAN_DROP_QUEUE_FULL: &str = "queue_full";
+pub const SPAN_DROP_EXPORT_FAILED: &str = "export_failed";
+pub const SPAN_DROP_REASONS: [&str; 2] = [SPAN_DROP_QUEUE_FULL, SPAN_DROP_EXPORT_FAILED];
 
 #[derive(Debug, thiserror::Error)]
 #[error("metric registration failed: {0}")]

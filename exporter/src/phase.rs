@@ -61,6 +61,24 @@ impl Phase {
     }
 }
 
+impl Phase {
+    /// The OTLP span name of one observation: `container.start.<phase>`
+    /// (static, so building a span allocates no name).
+    pub fn span_name(self) -> &'static str {
+        match self {
+            Phase::OverlayMount => "container.start.overlay_mount",
+            Phase::ShimStart => "container.start.shim_start",
+            Phase::RuncCreate => "container.start.runc_create",
+            Phase::CgroupSetup => "container.start.cgroup_setup",
+            Phase::NamespaceCreate => "container.start.namespace_create",
+            Phase::RootfsSetup => "container.start.rootfs_setup",
+            Phase::VethCreate => "container.start.veth_create",
+            Phase::RuncInit => "container.start.runc_init",
+            Phase::Exec => "container.start.exec",
+        }
+    }
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -78,6 +96,7 @@ mod tests {
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(json, format!("\"{}\"", p.as_str()));
             assert!(contract.contains(&format!("| `{}` |", p.as_str())), "{p} missing from docs/contract.md");
+            assert_eq!(p.span_name(), format!("container.start.{p}"));
         }
     }
 }
