@@ -105,6 +105,7 @@ bad_values=(
   "config.http.listen_address=127.0.0.1:1|listen_address"
   "otlp.enabled=true|/otlp/endpoint"
   "otlp.protocol=udp|/otlp/protocol"
+  "otlp.protocol=http/json|/otlp/protocol"
 )
 for entry in "${bad_values[@]}"; do
   set_arg="${entry%%|*}"

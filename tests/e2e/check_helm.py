@@ -246,9 +246,13 @@ def crate_version():
 
 
 def load_default_config():
-    """config/default.yaml: the chart's values.yaml must not drift from it."""
+    """config/default.yaml: the chart's values.yaml must not drift from it.
+    Its `otlp:` section is the one exception: the chart sets OTLP through the
+    standard OTEL_* variables (values `otlp.*`), which win over the file."""
     with open(os.path.join(ROOT, "config", "default.yaml")) as f:
-        return yaml.safe_load(f)
+        cfg = yaml.safe_load(f)
+    cfg.pop("otlp", None)
+    return cfg
 
 
 def merge(base, over):
