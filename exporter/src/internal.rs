@@ -77,13 +77,18 @@ impl InternalEvent<'_> {
                 m.probe_attached.with_label_values(&[status.program, status.attach_type]).set(1);
             }
             InternalEvent::ProbeFailed { status } => {
+                let phases: Vec<&str> = status.phases.iter().map(|p| p.as_str()).collect();
                 tracing::warn!(
                     probe = status.program,
                     target = %status.target,
                     error = status.error.as_deref().unwrap_or(""),
+                    degraded = %phases.join(","),
                     "probe not attached: its phases are degraded"
                 );
                 m.probe_attached.with_label_values(&[status.program, status.attach_type]).set(0);
+                for p in phases {
+                    m.phase_degraded.with_label_values(&[p]).set(1);
+                }
             }
             InternalEvent::StartCompleted { record } => {
                 tracing::debug!(

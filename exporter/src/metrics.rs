@@ -48,6 +48,7 @@ pub struct Metrics {
     pub identity_mismatches: IntCounter,
     pub in_progress: IntGauge,
     pub probe_attached: IntGaugeVec,
+    pub phase_degraded: IntGaugeVec,
     pub program_runs: IntCounterVec,
     pub program_run_seconds: CounterVec,
     pub spans_dropped: IntCounterVec,
@@ -107,6 +108,13 @@ impl Metrics {
             ),
             &["probe", "attach_type"],
         )?;
+        let phase_degraded = IntGaugeVec::new(
+            Opts::new(
+                self_name("phase_degraded"),
+                "1 if a probe this phase needs is not attached: the phase is missing from records.",
+            ),
+            &["phase"],
+        )?;
         let program_runs = IntCounterVec::new(
             Opts::new(
                 self_name("bpf_program_runs_total"),
@@ -139,6 +147,7 @@ impl Metrics {
         registry.register(Box::new(identity_mismatches.clone()))?;
         registry.register(Box::new(in_progress.clone()))?;
         registry.register(Box::new(probe_attached.clone()))?;
+        registry.register(Box::new(phase_degraded.clone()))?;
         registry.register(Box::new(program_runs.clone()))?;
         registry.register(Box::new(program_run_seconds.clone()))?;
         registry.register(Box::new(spans_dropped.clone()))?;
@@ -161,6 +170,9 @@ impl Metrics {
             for p in Phase::ALL {
                 phase.with_label_values(&[p.as_str(), r.as_str()]);
             }
+        }
+        for p in Phase::ALL {
+            phase_degraded.with_label_values(&[p.as_str()]).set(0);
         }
         for t in TYPE_NAMES {
             events.with_label_values(&[t]);
@@ -190,6 +202,7 @@ impl Metrics {
             identity_mismatches,
             in_progress,
             probe_attached,
+            phase_degraded,
             program_runs,
             program_run_seconds,
             spans_dropped,

@@ -222,6 +222,8 @@ pub struct ProbeStatus {
     pub target: String,
     pub attached: bool,
     pub error: Option<String>,
+    /// Phases that go missing while it is not attached.
+    pub phases: &'static [Phase],
 }
 
 pub struct Probes {
@@ -301,6 +303,7 @@ impl Probes {
                 target,
                 attached: result.is_ok(),
                 error: result.err(),
+                phases: spec.phases,
             });
         }
         Ok(probes)

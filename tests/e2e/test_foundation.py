@@ -280,6 +280,8 @@ def test_probe_that_cannot_attach_degrades_its_phase(host, tmp_path):
         attached = {dict(ls)["probe"]: v for (n, ls), v in m.items() if n == "container_startup_exporter_probe_attached"}
         assert attached["enter_sendto"] == 0 and attached["exit_sendto"] == 0
         assert sum(attached.values()) == len(attached) - 2
+        degraded = {dict(ls)["phase"]: v for (n, ls), v in m.items() if n == "container_startup_exporter_phase_degraded"}
+        assert degraded == {p: 1 if p == "veth_create" else 0 for p in ALL_PHASES}
         before = metric(m, STARTS)
         docker_run(IMAGE, "true")
         wait_starts(e, before, 1)
@@ -343,5 +345,22 @@ def test_unfinished_start_is_reported_as_timeout(host):
         assert metric(after, STARTS, outcome="success") == metric(before, STARTS, outcome="success")
         rec = e.startups()[-1]
         assert rec["outcome"] == "timeout" and rec["failure_reason"] == "the start did not complete in time"
+    finally:
+        e.stop()
+
+
+def test_host_network_has_no_veth_and_args_are_opt_in(host):
+    """--network host: no veth_create (no observation, not zero). With
+    capture.entrypoint_args the record, and only then, holds the arguments."""
+    e = Exporter(free_port(), "capture:\n  entrypoint_args: true\n").start()
+    try:
+        cid = sh(DOCKER, "run", "-d", "--network", "host", IMAGE, "echo", "secret-value").stdout.strip()
+        recs = wait_for(lambda: e.startups(cid), 10, f"the record of {cid}")
+        sh(DOCKER, "rm", "-f", cid)
+        r = recs[0]
+        assert r["outcome"] == "success"
+        assert [p["phase"] for p in r["phases"]] == PHASES["none"]
+        assert r["namespaces"]["created"] == ["mnt", "uts", "ipc", "pid"], "the host's network namespace is kept"
+        assert r["entrypoint"]["args"] == ["echo", "secret-value"]
     finally:
         e.stop()

@@ -28,7 +28,9 @@ for k, v in [(b"lowerdir", d + "/lower"), (b"upperdir", d + "/upper"), (b"workdi
 check(libc.syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig create")
 mnt = check(libc.syscall(SYS_fsmount, fs, 0, 0), "fsmount")
 check(libc.syscall(SYS_move_mount, mnt, b"", -100, (d + "/merged").encode(), MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
-os.system("umount " + d + "/merged")
+os.close(mnt)
+os.close(fs)
+check(libc.umount2((d + "/merged").encode(), 0), "umount")
 """
 
 
