@@ -24,6 +24,8 @@ volatile const __u32 cfg_capture_args = 0;
 /* Bit c set: some runtime name starts with byte c. Rejects most execs before
  * the hash lookup of the full name. */
 volatile const __u64 cfg_comm_first[4] = {};
+/* The host's mount namespace (of pid 1), 0 if unknown. */
+volatile const __u32 cfg_host_mnt_ns = 0;
 
 _Static_assert(sizeof(struct cse_header) == 48, "cse_header layout");
 _Static_assert(sizeof(struct cse_ns_inums) == 32, "cse_ns_inums layout");
@@ -174,6 +176,7 @@ struct sys_exit_ctx {
 #define IFLA_INFO_DATA 2
 #define VETH_INFO_PEER 1
 #define SOCKADDR_NL_LEN 12
+#define AF_NETLINK 16
 #define NLMSG_IFINFO_LEN 32 /* nlmsghdr (16) + ifinfomsg (16) */
 
 static __always_inline void count(__u32 idx)
@@ -415,7 +418,8 @@ static __always_inline int execve_exit(struct sys_exit_ctx *ctx)
 	fill_header(&e->h, CSE_EV_EXEC_FAIL, inf->ts);
 	__builtin_memcpy(e->old_comm, inf->comm, sizeof(e->old_comm));
 	e->ret = ctx->ret;
-	e->flags = comm_is_container_init(inf->comm) ? CSE_EXEC_ENTRYPOINT : 0;
+	bool entrypoint = bit_test(&pivoted, current_tgid()) || comm_is_container_init(inf->comm);
+	e->flags = entrypoint ? CSE_EXEC_ENTRYPOINT : 0;
 	if (bpf_probe_read_user_str(e->filename, sizeof(e->filename), (const char *)inf->a0) < 0)
 		e->filename[0] = 0;
 	submit(e, e->flags & CSE_EXEC_ENTRYPOINT);
@@ -486,8 +490,16 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binpr
 	}
 	submit(e, entrypoint);
 
-	/* The workload itself is not followed: its children are not runtimes. */
-	if (entrypoint) {
+	/*
+	 * The workload itself is not followed: its children are not runtimes.
+	 * Nor is anything a runtime execs inside a container's mount namespace
+	 * that is not itself a runtime (`crun exec`, whose init has no runc name).
+	 */
+	__u32 mnt = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
+	bool in_container = cfg_host_mnt_ns && mnt && mnt != cfg_host_mnt_ns;
+	char new_comm[CSE_COMM_LEN];
+	bpf_get_current_comm(new_comm, sizeof(new_comm));
+	if (entrypoint || (in_container && !comm_is_runtime(new_comm))) {
 		bit_clear(&tracked, tgid);
 		bit_clear(&pivoted, tgid);
 	}
@@ -573,6 +585,7 @@ int enter_fsmount(struct sys_enter_ctx *ctx)
 	if (!inf)
 		return 0;
 	inf->start_ts = *opened;
+	inf->a0 = ctx->args[0];
 	commit(inf);
 	return 0;
 }
@@ -583,6 +596,9 @@ int exit_fsmount(struct sys_exit_ctx *ctx)
 	struct inflight *inf = finish(IF_FSMOUNT);
 	if (!inf || ctx->ret < 0)
 		return 0;
+	/* the context fd is spent: a later fd of that number is something else */
+	struct fdkey used = { .tgid = current_tgid(), .fd = inf->a0 };
+	bpf_map_delete_elem(&overlay_fds, &used);
 	struct fdkey k = { .tgid = current_tgid(), .fd = ctx->ret };
 	bpf_map_update_elem(&overlay_fds, &k, &inf->start_ts, BPF_ANY);
 	return 0;
@@ -911,6 +927,10 @@ int enter_sendto(struct sys_enter_ctx *ctx)
 		return 0;
 	if (!is_tracked(current_tgid()))
 		return 0;
+	/* 12 bytes is also a sockaddr_un with a short path: check the family */
+	__u16 family = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), (void *)ctx->args[4]) < 0 || family != AF_NETLINK)
+		return 0;
 	return netlink_enter((const void *)ctx->args[1], ctx->args[2]);
 }
 
@@ -935,6 +955,9 @@ int enter_sendmsg(struct sys_enter_ctx *ctx)
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)ctx->args[1]) < 0)
 		return 0;
 	if (m.msg_namelen != SOCKADDR_NL_LEN || m.msg_iovlen < 1)
+		return 0;
+	__u16 family = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), m.msg_name) < 0 || family != AF_NETLINK)
 		return 0;
 	struct iovec iov;
 	if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov) < 0)

@@ -90,6 +90,8 @@ pub enum Output {
 }
 
 const MAX_PENDING_VETHS: usize = 256;
+/// How long before a start's first event its veth may have been created.
+const VETH_SLACK_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 struct Proc {
@@ -202,6 +204,14 @@ fn id_in_path(path: &str) -> Option<&str> {
         i += run.max(1);
     }
     None
+}
+
+/// The id a bundle path names: the component equal to the runtime's id
+/// (`…/moby/<id>`, conmon's `…/overlay-containers/<id>/userdata`), else its
+/// last component.
+fn bundle_id<'a>(bundle: &'a str, id: &str) -> &'a str {
+    let mut parts = bundle.split('/').filter(|c| !c.is_empty());
+    parts.clone().find(|c| *c == id).or_else(|| parts.next_back()).unwrap_or_default()
 }
 
 /// `containerd-shim* … -id <id> start`: the id, when this exec starts a shim.
@@ -378,7 +388,10 @@ impl Aggregator {
         let r = self.records.remove(&seq)?;
         self.by_id.remove(&r.id);
         if let Some(ns) = &r.namespaces {
-            self.by_netns.remove(&ns.net);
+            // the inode may have been reused by a newer start
+            if self.by_netns.get(&ns.net) == Some(&seq) {
+                self.by_netns.remove(&ns.net);
+            }
         }
         for pid in &r.pids {
             if self.procs.get(pid).is_some_and(|p| p.seq == seq) {
@@ -398,7 +411,9 @@ impl Aggregator {
             }
         }
         match ev {
-            Event::Exec { meta, filename, args, entrypoint, .. } => {
+            Event::Exec { meta, filename, args, entrypoint, args_truncated, .. } => {
+                // a cut command line ends in a cut id: do not open a start from it
+                let args: &[String] = if *args_truncated && !*entrypoint { &[] } else { args };
                 self.on_exec(meta, seq, filename, args, *entrypoint, out)
             }
             Event::ExecFail { meta, filename, errno, entrypoint, .. } => {
@@ -535,6 +550,14 @@ impl Aggregator {
                             self.seq_of(*netns_pid)
                         };
                         let Some(seq) = target else { return };
+                        let Some(r) = self.records.get(&seq) else { return };
+                        // A veth created before this start began belongs to an
+                        // earlier start that failed before moving it.
+                        let began = r.spans.iter().map(|s| s.start_ns).min().unwrap_or(r.created_ts).min(r.created_ts);
+                        let floor = began.saturating_sub(VETH_SLACK_NS);
+                        while self.pending_veths.front().is_some_and(|v| v.end < floor) {
+                            self.pending_veths.pop_front();
+                        }
                         // The oldest veth not yet moved is the one being moved:
                         // the move names the link by index only.
                         let Some(v) = self.pending_veths.pop_front() else { return };
@@ -605,8 +628,7 @@ impl Aggregator {
                 r.runtime = Some(label);
                 r.identity.argv = Some(id.to_string());
                 if let Some(b) = bundle {
-                    let last = b.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-                    r.identity.bundle = Some(last.to_string());
+                    r.identity.bundle = Some(bundle_id(b, id).to_string());
                 }
                 if let Some((start, shim_pid)) = r.shim_start.take() {
                     r.span(Phase::ShimStart, start, meta.ts, shim_pid, BTreeMap::new());

@@ -277,6 +277,10 @@ impl Buckets {
                 if n > 100.0 {
                     return Err(format!("{n} buckets is too many (at most 100): raise factor"));
                 }
+                // bounds are rounded to 4 significant digits: they must stay distinct
+                if self.bounds().windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(format!("factor {factor} is too small for bounds rounded to 4 significant digits"));
+                }
                 Ok(())
             }
             Buckets::Explicit(v) => {
@@ -386,6 +390,12 @@ impl Config {
             return Err((
                 "tracking.runtime_processes",
                 format!("{bad:?} is not a process name (no paths or wildcards; names longer than 15 characters match on their first 15)"),
+            ));
+        }
+        if let Some(bad) = self.tracking.oci_runtimes.iter().find(|r| r.len() > 15) {
+            return Err((
+                "tracking.oci_runtimes",
+                format!("{bad:?} is longer than the 15 characters of a kernel comm, so it would never match"),
             ));
         }
         if let Some(bad) = self.tracking.oci_runtimes.iter().find(|r| !names.contains(r)) {
@@ -527,6 +537,12 @@ mod tests {
             .contains("factor must be greater than 1"));
         assert!(err("tracking:\n  oci_runtimes: [youki]\n").contains("tracking.oci_runtimes: \"youki\""));
         assert!(err("tracking:\n  runtime_processes: [\"containerd-shim*\"]\n").contains("wildcards"));
+        assert!(err("metrics:\n  phase_buckets: {exponential: {start: 1, factor: 1.00001, max: 1.0001}}\n")
+            .contains("too small for bounds rounded"));
+        assert!(err(
+            "tracking:\n  runtime_processes: [containerd-shim-runc-v2]\n  oci_runtimes: [containerd-shim-runc-v2]\n"
+        )
+        .contains("longer than the 15 characters"));
     }
 
     #[test]

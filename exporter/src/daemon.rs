@@ -62,10 +62,15 @@ struct Pipeline<'a, S: Sink> {
 const DRAIN_BUDGET: usize = 16 * 1024;
 
 impl<S: Sink> Pipeline<'_, S> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    /// Returns whether the ring was emptied (not stopped by the budget).
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let mut n = 0;
+        let mut emptied = false;
         while n < DRAIN_BUDGET {
-            let Some(item) = ring.next() else { break };
+            let Some(item) = ring.next() else {
+                emptied = true;
+                break;
+            };
             n += 1;
             match event::decode(&item) {
                 Ok(ev) => {
@@ -79,6 +84,7 @@ impl<S: Sink> Pipeline<'_, S> {
         }
         self.flush();
         self.shared.last_drain_ns.store(clock::boot_ns(), Ordering::Relaxed);
+        emptied
     }
 
     fn flush(&mut self) {
@@ -175,9 +181,12 @@ pub async fn run<S: Sink>(
                 guard.clear_ready();
             }
             _ = drain_timer.tick() => {
-                p.drain(fd.get_mut());
-                p.agg.tick(clock::boot_ns(), &mut p.out);
-                p.flush();
+                // expire only once every event up to now was seen: a start's
+                // last event may still wait in a backlog
+                if p.drain(fd.get_mut()) {
+                    p.agg.tick(clock::boot_ns(), &mut p.out);
+                    p.flush();
+                }
             }
             _ = slow_timer.tick() => counters.poll(&probes, &shared),
         }

@@ -78,7 +78,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cfg);
-    let result = tokio::runtime::Builder::new_current_thread()
+    // The event pipeline runs on this thread (block_on); HTTP gets its own
+    // worker, so a slow or busy client cannot hold up the ring-buffer drain.
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -271,6 +271,7 @@ impl Probes {
             .override_global("cfg_wakeup_bytes", &wakeup, true)
             .override_global("cfg_capture_args", &capture, true)
             .override_global("cfg_comm_first", &first, true)
+            .override_global("cfg_host_mnt_ns", &host_mnt_ns(), true)
             .map_max_entries("events", cfg.ring_buffer.size_bytes)
             .map_max_entries("tracked", words)
             .map_max_entries("pivoted", words)
@@ -393,6 +394,13 @@ impl Probes {
         }
         out
     }
+}
+
+/// Inode of the host's mount namespace: pid 1's (the exporter runs with the
+/// host's pid namespace), 0 if unreadable, which turns the check off.
+fn host_mnt_ns() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/1/ns/mnt").map(|m| m.ino() as u32).unwrap_or(0)
 }
 
 /// Highest pid + 1 the kernel hands out.

@@ -194,6 +194,26 @@ fn unfinished_start_times_out() {
 }
 
 #[test]
+fn a_stale_veth_is_not_given_to_a_later_start() {
+    // Replay the bridge start of the fixture with a leftover veth, created
+    // 20 s earlier by a start that failed before moving it, queued first.
+    let mut evs = events(NONE_BRIDGE_FAILURE);
+    let first_veth = evs.iter().position(|e| matches!(e, Event::Netlink { op: NetlinkOp::VethCreate, .. })).unwrap();
+    let mut stale = evs[first_veth].clone();
+    if let Event::Netlink { meta, ifname, peer, .. } = &mut stale {
+        meta.ts -= 20_000_000_000;
+        meta.start_ts -= 20_000_000_000;
+        *ifname = "vethstale0".into();
+        *peer = "vethstale1".into();
+    }
+    evs.insert(0, stale);
+    let (recs, _) = replay(Settings::default(), &evs);
+    let net = recs[1].network.as_ref().unwrap();
+    assert_eq!(net.veth_peer, "vetha5a06eb");
+    assert!(recs[1].duration_seconds < 1.0);
+}
+
+#[test]
 fn shutdown_abandons_what_is_in_progress() {
     let mut agg = Aggregator::new(Settings::default());
     let mut out = Vec::new();
@@ -283,4 +303,7 @@ fn runtime_command_lines() {
     assert_eq!(shim_start_id(&args("containerd-shim-runc-v2 -namespace moby -id abc -bundle /b delete")), None);
     assert_eq!(id_in_path(&format!("/system.slice/docker-{}.scope", "c".repeat(64))), Some(&*"c".repeat(64)));
     assert_eq!(id_in_path("/docker/abc"), None);
+    assert_eq!(bundle_id("/run/containerd/io.containerd.runtime.v2.task/moby/abc", "abc"), "abc");
+    assert_eq!(bundle_id("/var/lib/containers/storage/overlay-containers/abc/userdata", "abc"), "abc");
+    assert_eq!(bundle_id("/b/other/", "abc"), "other");
 }
