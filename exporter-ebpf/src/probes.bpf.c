@@ -442,16 +442,15 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = p->tgid;
-	bool pivot = false;
-	if (is_tracked(tgid)) {
-		pivot = bit_test(&pivoted, tgid);
-	} else {
-		char comm[CSE_COMM_LEN];
-		bpf_get_current_comm(comm, sizeof(comm));
+	bool tracked_before = is_tracked(tgid);
+	char comm[CSE_COMM_LEN];
+	bpf_get_current_comm(comm, sizeof(comm));
+	if (!tracked_before) {
 		if (!comm_is_runtime(comm))
 			return 0;
 		bit_set(&tracked, tgid);
 	}
+	bool pivot = tracked_before && bit_test(&pivoted, tgid);
 
 	/* the execve enter was recorded under the exec'ing thread's old tid */
 	__u32 old_tid = old_pid;
@@ -463,13 +462,27 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binpr
 		__builtin_memcpy(old_comm, inf->comm, sizeof(old_comm));
 		bpf_map_delete_elem(&inflight, &old_tid);
 	}
+	bool entrypoint = pivot || comm_is_container_init(old_comm);
+
+	/*
+	 * The workload itself is not followed: its children are not runtimes.
+	 * Nor is anything a runtime execs inside a container's mount namespace
+	 * that is not itself a runtime (`crun exec`, whose init has no runc name).
+	 * Decided before the event is reserved, so a full ring buffer cannot
+	 * leave a workload followed.
+	 */
+	__u32 mnt = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
+	bool in_container = cfg_host_mnt_ns && mnt && mnt != cfg_host_mnt_ns;
+	if (entrypoint || (in_container && !comm_is_runtime(comm))) {
+		bit_clear(&tracked, tgid);
+		bit_clear(&pivoted, tgid);
+	}
 
 	struct cse_exec *e = reserve(sizeof(*e), CSE_EV_EXEC);
 	if (!e)
 		return 0;
 	fill_header(&e->h, CSE_EV_EXEC, enter_ts);
 	__builtin_memcpy(e->old_comm, old_comm, sizeof(e->old_comm));
-	bool entrypoint = pivot || comm_is_container_init(old_comm);
 	e->flags = (enter_ts ? CSE_EXEC_ENTER_SEEN : 0) | (entrypoint ? CSE_EXEC_ENTRYPOINT : 0);
 	e->_pad = 0;
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
@@ -489,20 +502,6 @@ int BPF_PROG(handle_exec, struct task_struct *p, int old_pid, struct linux_binpr
 			e->args_len = len;
 	}
 	submit(e, entrypoint);
-
-	/*
-	 * The workload itself is not followed: its children are not runtimes.
-	 * Nor is anything a runtime execs inside a container's mount namespace
-	 * that is not itself a runtime (`crun exec`, whose init has no runc name).
-	 */
-	__u32 mnt = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
-	bool in_container = cfg_host_mnt_ns && mnt && mnt != cfg_host_mnt_ns;
-	char new_comm[CSE_COMM_LEN];
-	bpf_get_current_comm(new_comm, sizeof(new_comm));
-	if (entrypoint || (in_container && !comm_is_runtime(new_comm))) {
-		bit_clear(&tracked, tgid);
-		bit_clear(&pivoted, tgid);
-	}
 	return 0;
 }
 
@@ -919,6 +918,13 @@ static __always_inline int netlink_enter(const void *buf, __u64 len)
 	return 0;
 }
 
+/* 12 bytes is also a sockaddr_un with a short path: check the family. */
+static __always_inline bool is_netlink_addr(const void *addr)
+{
+	__u16 family = 0;
+	return bpf_probe_read_user(&family, sizeof(family), addr) == 0 && family == AF_NETLINK;
+}
+
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int enter_sendto(struct sys_enter_ctx *ctx)
 {
@@ -927,9 +933,7 @@ int enter_sendto(struct sys_enter_ctx *ctx)
 		return 0;
 	if (!is_tracked(current_tgid()))
 		return 0;
-	/* 12 bytes is also a sockaddr_un with a short path: check the family */
-	__u16 family = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), (void *)ctx->args[4]) < 0 || family != AF_NETLINK)
+	if (!is_netlink_addr((const void *)ctx->args[4]))
 		return 0;
 	return netlink_enter((const void *)ctx->args[1], ctx->args[2]);
 }
@@ -956,8 +960,7 @@ int enter_sendmsg(struct sys_enter_ctx *ctx)
 		return 0;
 	if (m.msg_namelen != SOCKADDR_NL_LEN || m.msg_iovlen < 1)
 		return 0;
-	__u16 family = 0;
-	if (bpf_probe_read_user(&family, sizeof(family), m.msg_name) < 0 || family != AF_NETLINK)
+	if (!is_netlink_addr(m.msg_name))
 		return 0;
 	struct iovec iov;
 	if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov) < 0)
