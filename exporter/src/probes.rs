@@ -5,6 +5,7 @@
 //! attach, those phases are missing from records (degraded) and the failure is
 //! logged and exported, but the daemon keeps running.
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -343,15 +344,19 @@ impl Probes {
     pub fn track(&mut self, pids: &[u32]) -> Result<usize, ProbeError> {
         let map = self.ebpf.map_mut("tracked").ok_or(ProbeError::Missing { kind: "map", name: "tracked" })?;
         let mut tracked: Array<_, u64> = Array::try_from(map).map_err(map_err("tracked"))?;
-        let mut n = 0;
+        let mut words: BTreeMap<u32, (u64, usize)> = BTreeMap::new();
         for &pid in pids {
-            let idx = pid / 64;
-            // a race with the kernel setting another bit of this word only
-            // loses that bit if the kernel wrote between our get and set,
-            // which this one-off startup scan accepts
+            let w = words.entry(pid / 64).or_default();
+            w.0 |= 1u64 << (pid % 64);
+            w.1 += 1;
+        }
+        let mut n = 0;
+        for (idx, (bits, count)) in words {
+            // a bit the kernel sets in this word between our get and set is
+            // lost, which this one-off startup scan accepts
             let Ok(word) = tracked.get(&idx, 0) else { continue };
-            if tracked.set(idx, word | (1u64 << (pid % 64)), 0).is_ok() {
-                n += 1;
+            if tracked.set(idx, word | bits, 0).is_ok() {
+                n += count;
             }
         }
         Ok(n)
