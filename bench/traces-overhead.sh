@@ -5,8 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$CSE_ROOT"
-bash tests/tools/jaeger/build.sh >/dev/null
-JAEGER="${CSE_TOOLS_CACHE:-/root/.cache/cse-tools}/jaeger-v1.75.0"
+JAEGER="$(bash tests/tools/jaeger/build.sh)"
 export CSE_JAEGER_OTLP_GRPC_PORT=24317 CSE_JAEGER_OTLP_HTTP_PORT=24318 CSE_JAEGER_QUERY_PORT=26686 \
   CSE_JAEGER_QUERY_GRPC_PORT=26685 CSE_JAEGER_HEALTH_PORT=23133
 "$JAEGER" --config tests/e2e/jaeger-config.yaml >/tmp/cse-bench-jaeger.log 2>&1 &

@@ -28,6 +28,13 @@ install_packages() {
   fi
 }
 
+# What every script that runs the exporter needs on the host.
+prepare_host() {
+  install_packages
+  ensure_tracefs
+  ensure_dockerd
+}
+
 ensure_tracefs() {
   if [ ! -e /sys/kernel/tracing/events ]; then
     mount -t tracefs nodev /sys/kernel/tracing

@@ -5,9 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CSE_ROOT"
 
-install_packages
-ensure_tracefs
-ensure_dockerd
+prepare_host
 cargo build --release --locked
 BIN="$CSE_ROOT/target/release/container-startup-exporter"
 

@@ -7,9 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$CSE_ROOT"
 
-install_packages
-ensure_tracefs
-ensure_dockerd
+prepare_host
 ensure_test_image
 
 log "static checks"
