@@ -1,25 +1,24 @@
 //! The kernel programs stamp events with bpf_ktime_get_boot_ns(); this reads
 //! the same clock (CLOCK_BOOTTIME) in userspace.
 
-pub fn boot_ns() -> u64 {
+/// A clock in ns, 0 if it cannot be read.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME
-    // exists on every kernel this runs on (2.6.39+).
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // (2.6.39+) and CLOCK_REALTIME exist on every kernel this runs on.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return 0;
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+pub fn boot_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
 fn realtime_ns() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: as in boot_ns; CLOCK_REALTIME always exists.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    i128::from(clock_ns(libc::CLOCK_REALTIME))
 }
 
 /// CLOCK_REALTIME − CLOCK_BOOTTIME in ns, measured on the first call and then
